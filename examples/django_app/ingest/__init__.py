@@ -1,0 +1,1 @@
+"""The Django app that serves ``POST /ingest`` through a Batcher."""
