@@ -104,7 +104,9 @@ class Batcher:
         manage_rate_limiter: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if rate_limiter is not None and not isinstance(rate_limiter, RateLimiter):
+        if rate_limiter is not None and (
+            isinstance(rate_limiter, type) or not isinstance(rate_limiter, RateLimiter)
+        ):
             raise TypeError(
                 f"rate_limiter must implement batcher.RateLimiter, got {rate_limiter!r}"
             )
@@ -539,7 +541,8 @@ class Batcher:
         """Run one batch's callback on a worker thread, then mark it done."""
         try:
             batch.watcher.callback(batch.operations)
-        except Exception as exc:
+        except BaseException as exc:
+            # SystemExit and the like from a callback must not end a worker.
             self._report_error(
                 f"watcher callback raised on a batch of {len(batch.operations)} "
                 "operations",
@@ -563,6 +566,11 @@ class Batcher:
         self._batches.discard(batch)
         self._target = max(self._target - batch.cost, 0)
         self._inflight = max(self._inflight - 1, 0)
+        if len(self._deadlines) > 2 * len(self._batches):
+            # Drop finished batches so the heap does not keep their
+            # operations alive until their deadlines pass.
+            self._deadlines = [d for d in self._deadlines if not d[2].done]
+            heapq.heapify(self._deadlines)
         if not self._inflight:
             self._all_done.notify_all()
 
@@ -649,8 +657,11 @@ class Batcher:
             for thread in self._threads:
                 if thread is not current:
                     thread.join(max(deadline - self._clock(), 0.1))
-            # A callback that calls stop() is itself an inflight batch.
+            # A callback that calls stop() is itself an inflight batch, and
+            # its thread is replaced so batches queued behind it can run.
             own = 1 if in_worker else 0
+            if in_worker:
+                self._pool.write_off()
             while True:
                 self._expire_batches(self._clock())
                 with self._lock:

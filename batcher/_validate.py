@@ -7,6 +7,7 @@ value, with a message that names the argument and shows the value.
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any
 
 __all__ = ["check_flag", "check_int", "check_seconds"]
@@ -25,12 +26,20 @@ def check_seconds(name: str, value: Any, *, allow_zero: bool = False) -> float:
     """Return ``value`` as a float if it is a finite number of seconds above 0."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"{name} must be a number of seconds, got {value!r}")
-    if math.isnan(value) or math.isinf(value):
-        raise ValueError(f"{name} must be a finite number of seconds, got {value!r}")
+    try:
+        seconds = float(value)
+    except OverflowError:
+        seconds = math.inf
+    # Longer waits overflow threading's timeouts.
+    if math.isnan(seconds) or seconds > threading.TIMEOUT_MAX:
+        raise ValueError(
+            f"{name} must be a finite number of seconds up to "
+            f"{threading.TIMEOUT_MAX:.0f}, got {value!r}"
+        )
     if value < 0 or (value == 0 and not allow_zero):
         bound = "0 or more" if allow_zero else "more than 0"
         raise ValueError(f"{name} must be {bound} seconds, got {value!r}")
-    return float(value)
+    return seconds
 
 
 def check_flag(name: str, value: Any) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
@@ -13,6 +14,9 @@ __all__ = ["WorkerPool"]
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+#: Time given to idle threads to exit at shutdown.
+_MIN_JOIN_SECONDS = 0.5
 
 # Posted once per worker to make it exit; never a real work item.
 _SENTINEL = object()
@@ -32,7 +36,7 @@ class WorkerPool(Generic[T]):
         self._max_workers = max_workers
         self._name = name
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
-        # Guards _threads, _idle, _written_off and _closed.
+        # Guards _threads, _idle, _written_off, _started and _closed.
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._idle = 0
@@ -41,16 +45,28 @@ class WorkerPool(Generic[T]):
         self._started = 0
 
     def submit(self, item: T) -> None:
-        """Queue ``item`` and start a thread if none is idle and the limit allows."""
+        """Queue ``item`` and start a thread if no idle one will take it."""
         self._queue.put(item)
+        self._add_thread_if_needed()
+
+    def write_off(self) -> None:
+        """Let one more thread start in place of one stuck past its deadline."""
+        with self._lock:
+            self._written_off += 1
+        self._add_thread_if_needed()
+
+    def restore(self) -> None:
+        """Undo one ``write_off()`` when the stuck item finally returns."""
+        with self._lock:
+            self._written_off -= 1
+
+    def _add_thread_if_needed(self) -> None:
         with self._lock:
             if self._closed:
                 return
-            if self._idle > 0:
-                # An idle thread will take the item; the count is an
-                # estimate, as in concurrent.futures, and errs towards
-                # fewer threads.
-                self._idle -= 1
+            # qsize() counts items no thread has taken yet; each idle
+            # thread is blocked in get() and takes one of them.
+            if self._queue.qsize() <= self._idle:
                 return
             if len(self._threads) >= self._max_workers + self._written_off:
                 return
@@ -62,16 +78,6 @@ class WorkerPool(Generic[T]):
             )
             self._threads.append(thread)
         thread.start()
-
-    def write_off(self) -> None:
-        """Let one more thread start in place of one stuck past its deadline."""
-        with self._lock:
-            self._written_off += 1
-
-    def restore(self) -> None:
-        """Undo one ``write_off()`` when the stuck item finally returns."""
-        with self._lock:
-            self._written_off -= 1
 
     def is_worker(self, thread: threading.Thread) -> bool:
         """Whether ``thread`` is one of this pool's threads."""
@@ -90,24 +96,30 @@ class WorkerPool(Generic[T]):
         for _ in threads:
             self._queue.put(_SENTINEL)
         current = threading.current_thread()
+        # Idle threads exit at once, so they get a short grace period even
+        # when the caller's time is used up.
+        deadline = time.monotonic() + max(timeout, _MIN_JOIN_SECONDS)
         alive = []
         for thread in threads:
             if thread is current:
                 continue
-            thread.join(timeout)
+            thread.join(max(deadline - time.monotonic(), 0.0))
             if thread.is_alive():
                 alive.append(thread)
         return alive
 
     def _run(self) -> None:
         while True:
+            with self._lock:
+                self._idle += 1
             item = self._queue.get()
+            with self._lock:
+                self._idle -= 1
             if item is _SENTINEL:
                 break
             try:
                 self._work(item)  # type: ignore[arg-type]
-            except Exception:
-                # work() reports callback errors itself, so this is a bug.
+            except BaseException:
+                # work() reports callback errors itself, so this is a bug;
+                # the thread goes on so the pool keeps its size.
                 logger.exception("worker %s failed", threading.current_thread().name)
-            with self._lock:
-                self._idle += 1
