@@ -30,13 +30,14 @@ from ._errors import (
 )
 from ._lease import LeaseManager, PartitionState
 from ._logging import log_events
-from ._operation import Operation, Watcher
+from ._operation import Batch, Operation, Watcher
 from ._ratelimit import ProvisionedResource, RateLimiter
 from ._shared import SharedResource
 from .events import Event
 
 __all__ = [
     "AzureBlobLeaseManager",
+    "Batch",
     "Batcher",
     "BatcherError",
     "BatcherStoppedError",

@@ -23,7 +23,7 @@ from ._errors import (
     TooManyAttemptsError,
     WrongOrderError,
 )
-from ._operation import Operation, Watcher
+from ._operation import Batch, Operation, Watcher
 from ._pacer import Pacer
 from ._ratelimit import RateLimiter
 from ._validate import check_flag, check_int, check_seconds
@@ -58,9 +58,7 @@ class _Batch:
 
     __slots__ = ("watcher", "operations", "cost", "deadline", "done", "timed_out")
 
-    def __init__(
-        self, watcher: Watcher, operations: list[Operation], deadline: float
-    ) -> None:
+    def __init__(self, watcher: Watcher, operations: Batch, deadline: float) -> None:
         self.watcher = watcher
         self.operations = operations
         self.cost = sum(op.cost for op in operations)
@@ -430,8 +428,8 @@ class Batcher:
         if free_slots <= 0:
             return [], 0, 0
 
-        open_batches: dict[Watcher, list[Operation]] = {}
-        ready: list[tuple[Watcher, list[Operation]]] = []
+        open_batches: dict[Watcher, Batch] = {}
+        ready: list[tuple[Watcher, Batch]] = []
         set_aside: list[Operation] = []
         spent = 0
         blocked_cost = 0
@@ -463,11 +461,11 @@ class Batcher:
             op.attempt += 1
             if not op.batchable:
                 free_slots -= 1
-                ready.append((watcher, [op]))
+                ready.append((watcher, Batch((op,), now)))
                 continue
             if batch is None:
                 free_slots -= 1
-                batch = open_batches[watcher] = []
+                batch = open_batches[watcher] = Batch((), now)
             batch.append(op)
             if watcher.max_batch_size and len(batch) >= watcher.max_batch_size:
                 ready.append((watcher, open_batches.pop(watcher)))

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ._validate import check_flag, check_int, check_seconds
 
-__all__ = ["Operation", "Watcher"]
+__all__ = ["Batch", "Operation", "Watcher"]
 
 
 class Watcher:
@@ -23,7 +23,7 @@ class Watcher:
 
     def __init__(
         self,
-        callback: Callable[[list[Operation]], object],
+        callback: Callable[[Batch], object],
         max_attempts: int = 0,
         max_batch_size: int = 0,
         max_operation_time: float | None = None,
@@ -80,3 +80,19 @@ class Operation:
             f"<Operation cost={self.cost} batchable={self.batchable} "
             f"attempt={self.attempt}>"
         )
+
+
+class Batch(list[Operation]):
+    """The operations that one callback receives, in the order they were put.
+
+    A plain list with one more attribute: ``raised_at``, the Batcher clock's
+    time (``time.monotonic()`` unless a clock was injected) of the flush that
+    raised it. The capacity limits hold over these times, so a datastore
+    that wants to check them can record ``raised_at`` with each write.
+    """
+
+    __slots__ = ("raised_at",)
+
+    def __init__(self, operations: Iterable[Operation] = (), raised_at: float = 0.0):
+        super().__init__(operations)
+        self.raised_at = raised_at

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from batcher import (
+    Batch,
     Batcher,
     BatcherStoppedError,
     BufferFullError,
@@ -858,3 +859,17 @@ def test_running_batcher_delivers_and_requests() -> None:
     assert _wait(lambda: bool(limiter.requests) and limiter.requests[-1] == 0)
     assert max(limiter.requests) > 0
     batcher.stop()
+
+
+def test_batch_carries_raise_time() -> None:
+    batcher, clock, recorder, _ = stepped_batcher()
+    watcher, collector = make_watcher()
+    batcher.put(Operation(watcher, 1))
+    clock.advance(2.5)
+    batcher._flush_step()
+    assert collector.wait_for(1)
+    batch = recorder.of(events.BATCH)[0].metadata
+    assert isinstance(batch, Batch)
+    assert batch.raised_at == clock.now
+    assert isinstance(collector.batches[0], list)
+    batcher.stop(timeout=5)

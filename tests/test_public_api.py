@@ -12,6 +12,7 @@ from batcher import Batcher, Operation, ProvisionedResource, Watcher
 
 EXPECTED_PUBLIC_NAMES = [
     "AzureBlobLeaseManager",
+    "Batch",
     "Batcher",
     "BatcherError",
     "BatcherStoppedError",
