@@ -789,7 +789,19 @@ class SharedResource:
         me = self._owner
         for state in states:
             hold = self._holds.get(state.index)
-            if hold is None or not state.leased:
+            if hold is None:
+                continue
+            if not state.leased:
+                if hold.confirmed_at < result.sent_at:
+                    # Storage that lost a confirmed lease (an emulator
+                    # restarted from an older save, say) lets others take it.
+                    out.log(
+                        logging.WARNING,
+                        "partition %d is not leased in storage while counted "
+                        "here; no longer counting it",
+                        state.index,
+                    )
+                    self._drop(state.index, now, out, quiet=True)
                 continue
             if state.breaking and state.owner == me:
                 out.log(

@@ -596,6 +596,25 @@ def test_own_breaking_lease_dropped_at_listing(
     assert manager.holder(mine) is None
 
 
+def test_lease_lost_by_storage_dropped_at_listing(
+    clock: FakeClock, manager: FakeLeaseManager
+) -> None:
+    other = make(clock, manager, owner="b")
+    other.give_me(2500)
+    other.step()
+    resource = make(clock, manager)
+    # Demand above what is free keeps this instance listing.
+    ramp(resource)
+    lost = sorted(resource.holds())[0]
+    # Storage forgets a confirmed lease, as an emulator restored from an
+    # older save does.
+    del manager._leases[lost]
+    clock.advance(4 * 0.5)
+    resource.give_me(1_000_000)
+    resource.step()
+    assert lost not in resource.holds()
+
+
 def test_waiter_breaks_leases_of_greedy_holder(
     clock: FakeClock, manager: FakeLeaseManager
 ) -> None:
