@@ -15,6 +15,11 @@ than exist. How the leases are spread:
 * Demand. ``give_me`` sets the number of partitions wanted. Held leases
   that are still wanted are renewed every ``lease_duration / 2`` seconds;
   leases no longer wanted for ``release_delay`` seconds are released.
+* Handover. A partition that stops counting keeps its lease for
+  ``usage_window`` more seconds before it is released, because the Batcher
+  may have spent its capacity within the last second and the next holder
+  will spend it at once. Two instances thus never spend one partition's
+  capacity within the same sliding second.
 * Ramp. While demand is unmet, the instance lists the partitions in one
   request and acquires all the free ones it wants at once, on a pool of
   ``max_parallel`` threads.
@@ -286,6 +291,9 @@ class SharedResource:
         owner: name recorded on leased partitions; unique per instance.
         release_delay: seconds a partition stays held after demand for it
             falls, so brief dips do not release and take it again.
+        usage_window: seconds a lease is kept after its partition stops
+            counting, before it is released; the length of the Batcher's
+            capacity window.
         clock: monotonic clock in seconds.
 
     Thread-safe. Events are delivered on the control thread
@@ -306,6 +314,7 @@ class SharedResource:
         max_parallel: int = 8,
         owner: str | None = None,
         release_delay: float = 1.0,
+        usage_window: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         reserved = check_int("reserved_capacity", reserved_capacity)
@@ -328,9 +337,17 @@ class SharedResource:
             )
         self._lease_duration = duration
         self._max_parallel = check_int("max_parallel", max_parallel, minimum=1)
+        if self._max_parallel > MAX_PARTITIONS:
+            # More threads than partitions would never have work.
+            raise ValueError(
+                f"max_parallel must be at most {MAX_PARTITIONS}, got {max_parallel!r}"
+            )
         self._owner = _default_owner() if owner is None else _check_owner(owner)
         self._release_delay = check_seconds(
             "release_delay", release_delay, allow_zero=True
+        )
+        self._usage_window = check_seconds(
+            "usage_window", usage_window, allow_zero=True
         )
         if not callable(clock):
             raise TypeError(f"clock must be callable, got {clock!r}")
@@ -357,6 +374,9 @@ class SharedResource:
         # (time, target partitions) from give_me over the last release_delay.
         self._target_history: deque[tuple[float, int]] = deque()
         self._holds: dict[int, _Hold] = {}
+        # Partitions no longer counted whose lease is kept until their
+        # capacity has left the usage window: index -> (release at, quiet).
+        self._draining: dict[int, tuple[float, bool]] = {}
         # Partitions with an acquire, renew or release in flight, by kind.
         # One call per partition at a time, so a release never overtakes
         # an acquire of the same partition.
@@ -554,6 +574,7 @@ class SharedResource:
                 logger.warning("thread %s did not stop in time", self._thread.name)
 
         self._finish()
+        self._wait_for_drained(timeout)
         if self._pool is not None:
             self._pool.shutdown(timeout)
             self._pool = None
@@ -570,7 +591,8 @@ class SharedResource:
         logger.info("shared resource %s stopped", self._owner)
 
     def _finish(self) -> None:
-        """Apply finished calls, stop counting every hold and release it."""
+        """Apply finished calls, stop counting every hold and release the
+        leases whose capacity has left the usage window."""
         out = _Outbox()
         with self._lock:
             now = self._clock()
@@ -579,7 +601,21 @@ class SharedResource:
                 self._apply(result, now, out)
             for index in sorted(self._holds):
                 self._drop(index, now, out, quiet=False)
+            self._release_drained(now, out)
             self._note_capacity(now, out)
+        self._publish(out)
+
+    def _wait_for_drained(self, timeout: float) -> None:
+        """Wait, at most ``timeout`` seconds, until the draining leases are
+        due, then release them all."""
+        with self._lock:
+            last = max((at for at, _ in self._draining.values()), default=None)
+            remaining = 0.0 if last is None else last - self._clock()
+        if remaining > 0:
+            threading.Event().wait(min(remaining, timeout))
+        out = _Outbox()
+        with self._lock:
+            self._release_drained(self._clock(), out, force=True)
         self._publish(out)
 
     def step(self) -> float:
@@ -691,7 +727,8 @@ class SharedResource:
             )
 
     def _drop(self, index: int, now: float, out: _Outbox, *, quiet: bool) -> None:
-        """Stop counting partition ``index`` now and release its lease."""
+        """Stop counting partition ``index`` now and release its lease once
+        its capacity has left the usage window."""
         hold = self._holds.pop(index)
         out.emit(
             events.RELEASED,
@@ -700,8 +737,18 @@ class SharedResource:
             LeaseHold(index, hold.counted_from, min(now, hold.hold_until)),
         )
         if index not in self._busy:
-            self._busy[index] = _RELEASE
-            out.calls.append(_Call(_RELEASE, index, quiet=quiet))
+            self._draining[index] = (now + self._usage_window, quiet)
+        self._release_drained(now, out)
+
+    def _release_drained(
+        self, now: float, out: _Outbox, *, force: bool = False
+    ) -> None:
+        """Release the draining leases that are due, or all with ``force``."""
+        for index, (release_at, quiet) in list(self._draining.items()):
+            if (release_at <= now or force) and index not in self._busy:
+                del self._draining[index]
+                self._busy[index] = _RELEASE
+                out.calls.append(_Call(_RELEASE, index, quiet=quiet))
 
     def _apply(self, result: _Result, now: float, out: _Outbox) -> None:
         call = result.call
@@ -759,6 +806,9 @@ class SharedResource:
             else:
                 self._busy[index] = _RELEASE
                 out.calls.append(_Call(_RELEASE, index, quiet=True))
+            return
+        if index in self._draining:
+            # A renewal sent before the partition stopped counting.
             return
         renew_due = result.sent_at + self._renew_period
         hold = self._holds.get(index)
@@ -899,6 +949,7 @@ class SharedResource:
         self._next_list_at = now + self._list_interval
 
     def _plan(self, now: float, out: _Outbox) -> None:
+        self._release_drained(now, out)
         keep = self._kept_partitions(now)
         idle = sorted(
             (i for i in self._holds if i not in self._busy),
@@ -943,6 +994,8 @@ class SharedResource:
             release_at = self._target_history[0][0] + self._release_delay
             if release_at > now:
                 deadline = min(deadline, release_at)
+        for release_at, _ in self._draining.values():
+            deadline = min(deadline, release_at)
         deadline = min(deadline, self._errors.next_report())
         return max(deadline - now, 0.001)
 

@@ -59,6 +59,8 @@ def make(
         "lease_manager": manager,
         "factor": 1000,
         "owner": owner,
+        # Tests of the handover delay set it themselves.
+        "usage_window": 0.0,
         "clock": clock,
     }
     settings.update(options)
@@ -701,4 +703,46 @@ def test_threads_named_and_joined_at_stop() -> None:
     finally:
         resource.stop()
     assert lease_threads() == []
+    assert all(manager.holder(i) is None for i in range(PARTITIONS))
+
+
+def test_release_waits_for_usage_window(
+    clock: FakeClock, manager: FakeLeaseManager
+) -> None:
+    resource = make(clock, manager, usage_window=1.0, release_delay=0.0)
+    ramp(resource, target=500 + 3000)
+    assert len(resource.holds()) == 3
+    resource.give_me(500 + 1000)
+    clock.advance(0.1)
+    resource.step()
+    assert len(resource.holds()) == 1
+    assert resource.capacity == 1500
+    # Not counted any more, but its capacity may have been spent within
+    # the last second, so nobody else may take it yet.
+    held = [i for i in range(PARTITIONS) if manager.holder(i) is not None]
+    assert len(held) == 3
+    clock.advance(0.5)
+    resource.step()
+    assert sum(manager.holder(i) is not None for i in range(PARTITIONS)) == 3
+    clock.advance(0.5)
+    resource.step()
+    assert sum(manager.holder(i) is not None for i in range(PARTITIONS)) == 1
+
+
+def test_stop_releases_after_usage_window(manager: FakeLeaseManager) -> None:
+    resource = SharedResource(
+        500, PARTITIONS * 1000, manager, 1000, usage_window=0.2, owner="a"
+    )
+    manager.clock = time.monotonic
+    resource.start()
+    try:
+        resource.give_me(1_000_000)
+        deadline = time.monotonic() + 5
+        while len(resource.holds()) < PARTITIONS and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(resource.holds()) == PARTITIONS
+    finally:
+        started = time.monotonic()
+        resource.stop()
+    assert time.monotonic() - started >= 0.2
     assert all(manager.holder(i) is None for i in range(PARTITIONS))
