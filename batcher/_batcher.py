@@ -6,6 +6,7 @@ import heapq
 import itertools
 import logging
 import math
+import operator
 import os
 import threading
 import time
@@ -39,6 +40,7 @@ _STOPPING = "stopping"
 _STOPPED = "stopped"
 
 _instance_numbers = itertools.count(1)
+_cost_of = operator.attrgetter("cost")
 
 #: Wake-up delays kept to estimate the usual delay of the flush thread.
 _DELAY_SAMPLES = 50
@@ -61,7 +63,7 @@ class _Batch:
     def __init__(self, watcher: Watcher, operations: Batch, deadline: float) -> None:
         self.watcher = watcher
         self.operations = operations
-        self.cost = sum(op.cost for op in operations)
+        self.cost = sum(map(_cost_of, operations))
         self.deadline = deadline
         self.done = False
         self.timed_out = False
@@ -422,8 +424,11 @@ class Batcher:
         buffer = self._buffer
         if not buffer:
             return [], 0, 0
-        budget = math.inf if capacity is None else self._pacer.budget(now, capacity)
         limit = self._max_concurrent_batches
+        if capacity is None and not limit:
+            batches, cost = self._register(now, self._group_all(now))
+            return batches, cost, 0
+        budget = math.inf if capacity is None else self._pacer.budget(now, capacity)
         free_slots = (limit - self._inflight) if limit else math.inf
         if free_slots <= 0:
             return [], 0, 0
@@ -472,13 +477,52 @@ class Batcher:
         ready.extend(open_batches.items())
         if set_aside:
             buffer.extendleft(reversed(set_aside))
-        if not ready:
-            return [], 0, blocked_cost
+        batches, _ = self._register(now, ready)
+        return batches, spent, blocked_cost
 
+    def _group_all(self, now: float) -> list[tuple[Watcher, Batch]]:
+        """Take the whole buffer into batches; lock held.
+
+        The path for no capacity limit and no slot limit, with nothing to
+        check per operation but its watcher and batch size.
+        """
+        operations, self._buffer = self._buffer, deque()
+        open_batches: dict[Watcher, Batch] = {}
+        ready: list[tuple[Watcher, Batch]] = []
+        for op in operations:
+            watcher = op.watcher
+            assert watcher is not None  # put() rejects operations without one
+            op.attempt += 1
+            if op.batchable:
+                batch = open_batches.get(watcher)
+                if batch is None:
+                    batch = open_batches[watcher] = Batch((), now)
+                batch.append(op)
+                size = watcher.max_batch_size
+                if size and len(batch) >= size:
+                    ready.append((watcher, open_batches.pop(watcher)))
+            else:
+                # Close the open batch first to keep the watcher's order.
+                earlier = open_batches.pop(watcher, None)
+                if earlier is not None:
+                    ready.append((watcher, earlier))
+                ready.append((watcher, Batch((op,), now)))
+        ready.extend(open_batches.items())
+        return ready
+
+    def _register(
+        self, now: float, ready: list[tuple[Watcher, Batch]]
+    ) -> tuple[list[_Batch], int]:
+        """Record ``ready`` as inflight batches and return them with their
+        total cost; lock held."""
+        if not ready:
+            return [], 0
         batches = []
+        cost = 0
         for watcher, operations in ready:
             timeout = watcher.max_operation_time or self._max_operation_time
             batch_obj = _Batch(watcher, operations, now + timeout)
+            cost += batch_obj.cost
             batches.append(batch_obj)
             self._batches.add(batch_obj)
             heapq.heappush(
@@ -488,7 +532,7 @@ class Batcher:
         self._inflight += len(batches)
         self._last_raise = now
         self._not_full.notify_all()
-        return batches, spent, blocked_cost
+        return batches, cost
 
     def _capacity_step(self) -> None:
         """Request capacity for everything not yet done."""
