@@ -32,7 +32,7 @@ from ._lease import LeaseManager, PartitionState
 from ._logging import log_events
 from ._operation import Batch, Operation, Watcher
 from ._ratelimit import ProvisionedResource, RateLimiter
-from ._shared import SharedResource
+from ._shared import LeaseHold, SharedResource
 from .events import Event
 
 __all__ = [
@@ -45,6 +45,7 @@ __all__ = [
     "CapacityError",
     "Event",
     "EventBus",
+    "LeaseHold",
     "LeaseManager",
     "LeaseStoreError",
     "LifecycleError",

@@ -20,6 +20,7 @@ EXPECTED_PUBLIC_NAMES = [
     "CapacityError",
     "Event",
     "EventBus",
+    "LeaseHold",
     "LeaseManager",
     "LeaseStoreError",
     "LifecycleError",
