@@ -159,6 +159,8 @@ class Batcher:
         self._last_raise = self._clock()
         self._paused_until: float | None = None
         self._state = _NEW
+        # Whether stop() has begun, so put() rejects operations.
+        self._closed = False
         self._flushing = False
 
         self._pacer = Pacer(self._flush_interval)
@@ -232,7 +234,7 @@ class Batcher:
 
         with self._lock:
             while True:
-                if self._state is _STOPPING or self._state is _STOPPED:
+                if self._closed:
                     raise BatcherStoppedError("Batcher is stopped; put() rejected")
                 if len(self._buffer) < self._buffer_size:
                     break
@@ -326,6 +328,7 @@ class Batcher:
             state = self._state
             if state is _NEW or state is _STARTED:
                 self._state = _STOPPING
+                self._closed = True
                 self._not_full.notify_all()
         if state is _STOPPING or state is _STOPPED:
             if not in_worker:
