@@ -7,12 +7,14 @@ advances it.
 
 from __future__ import annotations
 
+import datetime
 import random
 import threading
 import time
 from typing import Any
 
 import pytest
+from freezegun import freeze_time
 
 from batcher import (
     Event,
@@ -746,3 +748,31 @@ def test_stop_releases_after_usage_window(manager: FakeLeaseManager) -> None:
         resource.stop()
     assert time.monotonic() - started >= 0.2
     assert all(manager.holder(i) is None for i in range(PARTITIONS))
+
+
+def test_wall_clock_jumps_leave_holds_unaffected() -> None:
+    """Holds run on time.monotonic, bound when the SharedResource is built,
+    so moving the wall clock a day either way changes no hold."""
+    manager = FakeLeaseManager(time.monotonic)
+    resource = SharedResource(
+        500, PARTITIONS * 1000, manager, 1000, owner="a", usage_window=0.0
+    )
+    with freeze_time("2030-01-01 12:00:00") as frozen:
+        ramp(resource)
+        before = resource.holds()
+        assert len(before) == PARTITIONS
+
+        frozen.move_to(datetime.datetime(2030, 1, 2, 12))
+        resource.step()
+        after_forward = resource.holds()
+        capacity_forward = resource.capacity
+
+        frozen.move_to(datetime.datetime(2029, 12, 30, 12))
+        resource.step()
+        after_backward = resource.holds()
+        capacity_backward = resource.capacity
+    assert after_forward == before
+    assert capacity_forward == FULL
+    assert after_backward == before
+    assert capacity_backward == FULL
+    resource.stop()
