@@ -224,7 +224,10 @@ class Batcher:
             raise TypeError(f"put() takes an Operation, got {op!r}")
         watcher = op.watcher
         if watcher is None:
-            raise NoWatcherError("operation has no watcher to receive it")
+            raise NoWatcherError(
+                "operation has no watcher to receive it; build it with "
+                "Operation(Watcher(callback), cost)"
+            )
         if watcher.max_attempts and op.attempt >= watcher.max_attempts:
             raise TooManyAttemptsError(op.attempt, watcher.max_attempts)
         if self._rate_limiter is not None:
@@ -255,7 +258,10 @@ class Batcher:
         """
         with self._lock:
             if self._state is not _NEW:
-                raise WrongOrderError(f"start() on a Batcher that is {self._state}")
+                raise WrongOrderError(
+                    f"start() on a Batcher that is {self._state}; a Batcher "
+                    "starts once, so build a new one to start again"
+                )
             self._state = _STARTED
             self._last_raise = self._clock()
         if self._rate_limiter is not None and self._manage_rate_limiter:
@@ -334,6 +340,13 @@ class Batcher:
             if not in_worker:
                 self._stopped_event.wait(timeout)
             return []
+        if state is _NEW and self._buffer:
+            logger.warning(
+                "batcher %d: stop() on a Batcher that was never started returns "
+                "its %d buffered operations; call start() to process them",
+                self._number,
+                len(self._buffer),
+            )
         with self._stop_lock:
             return self._shutdown(started=state is _STARTED, timeout=timeout)
 

@@ -75,7 +75,7 @@ class BufferFullError(BatcherError):
 
     def __init__(self, buffer_size: int) -> None:
         super().__init__(
-            f"buffer is full ({buffer_size} operations); retry later or raise "
+            f"buffer is full (buffer_size={buffer_size}); retry later or raise "
             "buffer_size"
         )
         self.buffer_size = buffer_size

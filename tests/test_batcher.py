@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
@@ -873,3 +874,13 @@ def test_batch_carries_raise_time() -> None:
     assert batch.raised_at == clock.now
     assert isinstance(collector.batches[0], list)
     batcher.stop(timeout=5)
+
+
+def test_stop_never_started_warns(caplog: pytest.LogCaptureFixture) -> None:
+    batcher = Batcher()
+    watcher, _ = make_watcher()
+    batcher.put(Operation(watcher, 1))
+    with caplog.at_level(logging.WARNING, logger="batcher"):
+        returned = batcher.stop()
+    assert len(returned) == 1
+    assert "never started" in caplog.text
