@@ -93,9 +93,9 @@ class Summary:
             f"{self.saturated_for:.1f} s, until less than 1 s of work was left"
         )
         full = (
-            "never"
+            "full capacity was never held at once"
             if self.full_capacity_after is None
-            else f"{self.full_capacity_after:.1f} s after the start"
+            else f"all of it from {self.full_capacity_after:.1f} s after the start"
         )
         rate = self.storage_requests / self.duration if self.duration > 0 else 0.0
         lines = [
@@ -113,8 +113,7 @@ class Summary:
         )
         lines += self._window_lines()
         lines += [
-            f"capacity held       at most {self.max_capacity_held} of {limit}; "
-            f"all of it from {full}",
+            f"capacity held       at most {self.max_capacity_held} of {limit}; {full}",
             f"mean utilisation    {utilisation}",
             f"storage requests    {self.storage_requests} "
             f"({rate:.1f} per second, container and blob creation included)",
