@@ -47,7 +47,6 @@ import functools
 import logging
 import math
 import os
-import queue
 import random
 import socket
 import threading
@@ -55,14 +54,15 @@ import time
 import uuid
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, NamedTuple
 
 from . import events
 from ._bus import EventBus
 from ._errors import SharedCapacityNotProvisionedError, WrongOrderError
-from ._lease import LeaseManager, PartitionState
+from ._lease import LeaseManager
+from ._lease_loop import _Call, _ErrorThrottle, _LeasePool, _Outbox, _Result
 from ._validate import check_int, check_seconds
 
 __all__ = ["LeaseHold", "SharedResource"]
@@ -141,116 +141,6 @@ class _Hold:
     renew_due: float
     # When the last successful acquire or renew response was applied.
     confirmed_at: float
-
-
-@dataclass(frozen=True)
-class _Call:
-    kind: str
-    index: int = -1
-    # A quiet call's failure is logged at DEBUG and not reported as an error.
-    quiet: bool = False
-
-
-@dataclass
-class _Result:
-    call: _Call
-    sent_at: float
-    received_at: float
-    ok: bool = False
-    states: list[PartitionState] | None = None
-    error: Exception | None = None
-
-
-@dataclass
-class _Outbox:
-    """Events, log lines and lease calls decided under the lock, acted on
-    after it is released."""
-
-    events: list[tuple[str, int, str | None, Any]] = field(default_factory=list)
-    calls: list[_Call] = field(default_factory=list)
-    logs: list[tuple[int, str, tuple[Any, ...]]] = field(default_factory=list)
-
-    def log(self, level: int, message: str, *args: Any) -> None:
-        self.logs.append((level, message, args))
-
-    def emit(
-        self, name: str, val: int = 0, msg: str | None = None, meta: Any = None
-    ) -> None:
-        self.events.append((name, val, msg, meta))
-
-
-class _ErrorThrottle:
-    """Report the first error at once, then at most one summary per interval."""
-
-    def __init__(self, interval: float) -> None:
-        self._interval = interval
-        self._next_report = -math.inf
-        self._suppressed = 0
-        self._last_message = ""
-        self._last_error: Exception | None = None
-        self.total = 0
-
-    def record(self, now: float, message: str, error: Exception, out: _Outbox) -> None:
-        self.total += 1
-        if now >= self._next_report and self._suppressed == 0:
-            self._next_report = now + self._interval
-            out.emit(events.ERROR, 1, message, error)
-            out.log(logging.WARNING, "%s", message)
-            return
-        self._suppressed += 1
-        self._last_message = message
-        self._last_error = error
-
-    def flush(self, now: float, out: _Outbox, *, force: bool = False) -> None:
-        if self._suppressed == 0 or (now < self._next_report and not force):
-            return
-        message = (
-            f"{self._suppressed} more lease store errors since the last report; "
-            f"the last one: {self._last_message}"
-        )
-        out.emit(events.ERROR, self._suppressed, message, self._last_error)
-        out.log(logging.WARNING, "%s", message)
-        self._suppressed = 0
-        self._next_report = now + self._interval
-
-    def next_report(self) -> float:
-        return self._next_report if self._suppressed else math.inf
-
-
-class _LeasePool:
-    """A fixed set of threads named ``batcher-lease-N`` that run lease calls."""
-
-    def __init__(self, size: int) -> None:
-        self._tasks: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
-        self._threads = [
-            threading.Thread(target=self._work, name=f"batcher-lease-{n}", daemon=True)
-            for n in range(size)
-        ]
-        for thread in self._threads:
-            thread.start()
-
-    def submit(self, task: Callable[[], None]) -> None:
-        self._tasks.put(task)
-
-    def shutdown(self, timeout: float) -> None:
-        """Run the queued tasks, then end and join every thread."""
-        for _ in self._threads:
-            self._tasks.put(None)
-        deadline = time.monotonic() + timeout
-        for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-            if thread.is_alive():
-                logger.warning("thread %s still runs a lease call", thread.name)
-
-    def _work(self) -> None:
-        while True:
-            task = self._tasks.get()
-            if task is None:
-                return
-            try:
-                task()
-            except Exception:
-                logger.exception("lease call failed unexpectedly")
 
 
 def _default_owner() -> str:
