@@ -378,7 +378,8 @@ class Batcher:
     # Loop steps. Each is one iteration of a loop, callable without threads.
 
     def _paused(self, now: float) -> bool:
-        """Whether a pause is running at ``now``; emit ``resume`` at its end."""
+        """Return whether a pause is running at ``now``, emitting ``resume``
+        when one has just ended."""
         with self._lock:
             until = self._paused_until
             if until is None:

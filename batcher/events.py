@@ -1,7 +1,7 @@
 """Event names and the payload that every event bus in batcher delivers.
 
 The names match the Go library mspnp/go-batcher so dashboards and alerts
-written for it keep working. Each constant's comment says what ``val`` and
+written for it keep working. Each constant's comment states what ``val`` and
 ``msg`` carry for that event.
 """
 
@@ -42,7 +42,7 @@ __all__ = [
 #: returned unprocessed (Batcher) or 0.
 SHUTDOWN: Final = "shutdown"
 #: Something failed that the component survived. ``msg`` describes it and
-#: ``metadata`` holds the exception.
+#: ``metadata`` is the exception.
 ERROR: Final = "error"
 
 # Raised by a Batcher.
@@ -52,7 +52,7 @@ PAUSE: Final = "pause"
 #: A pause ended.
 RESUME: Final = "resume"
 #: The audit found a non-zero target or inflight count with nothing left to
-#: do and reset it. ``msg`` says which.
+#: do and reset it. ``msg`` names which.
 AUDIT_FAIL: Final = "audit-fail"
 #: The audit found the target and inflight count consistent.
 AUDIT_PASS: Final = "audit-pass"
