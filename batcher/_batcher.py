@@ -461,7 +461,7 @@ class Batcher:
             assert watcher is not None  # put() rejects operations without one
             batch = open_batches.get(watcher)
             if batch is not None and not op.batchable:
-                # Raise the open batch first so the watcher sees its
+                # Raise the open batch first so the watcher receives its
                 # operations in the order they were put.
                 ready.append((watcher, open_batches.pop(watcher)))
                 batch = None

@@ -105,7 +105,7 @@ class LeaseStoreError(BatcherError):
     """A request to the lease store failed for a reason other than contention.
 
     The message and attributes never contain credentials. ``status_code`` and
-    ``error_code`` are the store's answer when there was one.
+    ``error_code`` come from the store's response when there was one.
     """
 
     def __init__(

@@ -28,7 +28,7 @@ class LeaseManager(Protocol):
     """A store of ``count`` partitions that instances lease exclusively.
 
     Durations are seconds. ``acquire`` and ``renew`` return False when the
-    store answers that someone else holds the lease, which is normal under
+    store reports that someone else holds the lease, which is normal under
     contention; every other failure raises. Implementations must be
     thread-safe, because a SharedResource calls them from several threads.
     """

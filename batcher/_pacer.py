@@ -26,7 +26,7 @@ WINDOW_SECONDS = 1.0
 #: Cost allowed in any sliding flush interval, as a multiple of that
 #: interval's share of the capacity.
 SMOOTHING = 1.5
-#: The bucket holds this many flush intervals' worth of capacity, so a
+#: The bucket contains at most this many flush intervals' worth of capacity, so a
 #: flush cut short by the window limits can make it up in the next ones.
 BUCKET_INTERVALS = 2.5
 

@@ -33,7 +33,7 @@ than exist. How the leases are spread:
   ``lease_duration`` seconds. The share thus converges within about one
   renewal period plus ``max_interval`` per step; with three or more
   instances it may take a few such rounds, each one moving partitions
-  from whoever holds the most.
+  from the instance holding the most.
 * Faults. A failed request is retried at a later step; errors are
   reported at once and then summarised every ``ERROR_SUMMARY_INTERVAL``
   seconds. If the container or a partition blob is found missing, the
@@ -305,8 +305,10 @@ class SharedResource:
     @property
     def max_capacity(self) -> int:
         """Capacity with every partition counted."""
-        with self._lock:
-            return self._reserved + self._usable_shared()
+        # put() reads this for every operation, so it takes no lock: each
+        # int read is atomic, and a setter racing with it only moves the
+        # bound that one put() is checked against.
+        return self._reserved + self._usable_shared()
 
     @property
     def events(self) -> EventBus:

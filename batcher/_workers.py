@@ -80,7 +80,7 @@ class WorkerPool(Generic[T]):
         thread.start()
 
     def is_worker(self, thread: threading.Thread) -> bool:
-        """Whether ``thread`` is one of this pool's threads."""
+        """Return whether ``thread`` is one of this pool's threads."""
         with self._lock:
             return thread in self._threads
 

@@ -478,7 +478,7 @@ def test_storage_rollback_double_count_ends_at_renewal(
         states_after = lease_states(storage, container_name)
 
         demand.set(first, partitions * FACTOR)
-        # Long enough for second's next renewal to find out what storage says.
+        # Long enough for second's next renewal to find out what storage reports.
         time.sleep(RENEW_PERIOD + 2.0)
     finally:
         demand.close()

@@ -155,8 +155,7 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=500,
         metavar="UNITS",
-        help="capacity per second that each instance always holds "
-        "(default: %(default)s)",
+        help="capacity per second reserved for each instance (default: %(default)s)",
     )
     capacity.add_argument(
         "--shared-capacity",

@@ -39,7 +39,8 @@ class WindowBatch:
 
 @dataclass(frozen=True, slots=True)
 class Summary:
-    """What the datastore shows about one run. Times are seconds from the start."""
+    """Figures of one run, computed from the datastore rows. Times are seconds
+    from the start."""
 
     settings: RunSettings
     duration: float
